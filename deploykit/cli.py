@@ -376,4 +376,17 @@ _register_optional_commands()
 def main() -> None:
     # Everything deploykit creates is private unless a file says otherwise (0600/0700).
     os.umask(0o077)
-    cli(prog_name="deploykit")
+    try:
+        code = cli.main(prog_name="deploykit", standalone_mode=False)
+    except click.UsageError as exc:
+        # One line that names the bad value and what is allowed; the usage text is one --help away.
+        where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
+        click.echo(f"Error: {exc.format_message()}{where}", err=True)
+        sys.exit(2)
+    except click.Abort:
+        click.echo("Aborted.", err=True)
+        sys.exit(1)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    sys.exit(code if isinstance(code, int) else 0)
