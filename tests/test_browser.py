@@ -91,3 +91,75 @@ def test_notebook_login_run_cell_save_and_upload(nb, tmp_path):
         page.goto(nb.url("lab"))
         page.get_by_text("upload-20mb.bin").first.wait_for()
         shots.take(page, "uploaded")
+
+
+@pytest.fixture(scope="module")
+def hub_users():
+    from support import make_system_user, remove_system_user
+
+    made = {"admin": make_system_user("dkb"), "user": make_system_user("dkb")}
+    yield made
+    for name, _ in made.values():
+        remove_system_user(name)
+
+
+@pytest.fixture(scope="module")
+def hub(tmp_path_factory, hub_users):
+    from support import provision_hub
+
+    dep, _ = provision_hub(tmp_path_factory.mktemp("browser-hub") / "state",
+                           extra=["--admin", hub_users["admin"][0], "--allow", hub_users["user"][0],
+                                  "--idle-timeout", "0"])
+    yield dep
+    dep.stop()
+
+
+def _hub_log_in(page, dep, name, password, shots, tag):
+    page.goto(dep.url("hub/login"))
+    page.wait_for_selector("#username_input")
+    page.fill("#username_input", name)
+    page.fill("#password_input", password)
+    shots.take(page, f"{tag}-login")
+    page.click("#login_submit")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hub mode needs root (PAM users)")
+def test_hub_pam_user_spawns_runs_a_cell_and_logs_out(hub, hub_users, tmp_path):
+    shots = Shots("hub")
+    name, password = hub_users["user"]
+    with browser_page(hub.domain, hub.cert, tmp_path) as page:
+        _hub_log_in(page, hub, name, password, shots, "user")
+        # The hub spawns the server (progress page), then JupyterLab opens at /user/<name>/lab.
+        page.wait_for_url(f"**/user/{name}/lab**", timeout=120_000)
+        page.wait_for_selector('.jp-LauncherCard[data-category="Notebook"]', timeout=120_000)
+        no_news = page.get_by_role("button", name="No", exact=True)
+        if no_news.count():
+            no_news.first.click()
+        shots.take(page, "user-jupyterlab")
+        page.click('.jp-LauncherCard[data-category="Notebook"]')
+        editor = page.locator(".jp-Notebook .cm-content").first
+        editor.wait_for()
+        page.wait_for_function("() => document.body.innerText.includes('| Idle')")
+        editor.click()
+        page.keyboard.type("import getpass; getpass.getuser()")
+        page.keyboard.press("Shift+Enter")
+        page.wait_for_function("(u) => [...document.querySelectorAll('.jp-OutputArea-output')]"
+                               ".some(e => e.textContent.includes(u))", arg=name)
+        shots.take(page, "user-cell-ran")
+        page.goto(hub.url("hub/logout"))
+        page.wait_for_selector("#username_input")
+        shots.take(page, "user-logged-out")
+        assert hub.session().get(hub.url(f"user/{name}/api/status"), allow_redirects=False).status_code in (302, 403)
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="hub mode needs root (PAM users)")
+def test_hub_admin_page_lists_the_user(hub, hub_users, tmp_path):
+    shots = Shots("hub-admin")
+    admin, password = hub_users["admin"]
+    user = hub_users["user"][0]
+    with browser_page(hub.domain, hub.cert, tmp_path) as page:
+        _hub_log_in(page, hub, admin, password, shots, "admin")
+        page.wait_for_url(f"**/user/{admin}/**", timeout=120_000)
+        page.goto(hub.url("hub/admin"))
+        page.get_by_text(user, exact=True).first.wait_for(timeout=60_000)
+        shots.take(page, "admin-page")
