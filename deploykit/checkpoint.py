@@ -30,11 +30,12 @@ class Checkpoint:
     @classmethod
     def begin(cls, root: Path, note: str = "") -> "Checkpoint":
         fsio.ensure_dir(root, 0o700)
-        stamp = time.strftime("%Y%m%dT%H%M%S")
+        # UTC and a zero-padded counter: names sort in the order the checkpoints were made.
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
         n = 0
-        while (root / f"{stamp}-{n}").exists():
+        while (root / f"{stamp}-{n:03d}").exists():
             n += 1
-        cp = cls(root / f"{stamp}-{n}")
+        cp = cls(root / f"{stamp}-{n:03d}")
         fsio.ensure_dir(cp.dir / "files", 0o700)
         cp.note = note
         cp._save()
@@ -69,6 +70,10 @@ class Checkpoint:
             entry.update(backup=str(backup), mode=fact.mode, uid=fact.uid, gid=fact.gid)
         self.entries.append(entry)
         self._save()
+
+    def created(self, path: Path) -> bool:
+        """Whether path did not exist before this checkpoint's apply (it made it)."""
+        return any(e["path"] == str(path) and not e["existed"] for e in self.entries)
 
     def paths(self) -> list[Path]:
         return [Path(e["path"]) for e in self.entries]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import socket
 
 
@@ -15,15 +16,20 @@ def probe_port_free(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
+# Below the kernel's ephemeral range (32768-60999 on Linux): a port picked from that range can be
+# taken by some process's outgoing connection while Jupyter restarts, and the restart then fails.
+FALLBACK_RANGE = range(20000, 32768)
+
+
 def probe_free_port(preferred: int, avoid: set[int] = frozenset()) -> int:
     if preferred not in avoid and probe_port_free(preferred):
         return preferred
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        if port not in avoid:
+    candidates = [p for p in FALLBACK_RANGE if p not in avoid]
+    random.shuffle(candidates)
+    for port in candidates[:2000]:
+        if probe_port_free(port):
             return port
+    raise OSError(f"no free loopback port in {FALLBACK_RANGE.start}-{FALLBACK_RANGE.stop - 1}")
 
 
 PREFERRED = {"jupyter_port": 8888, "hub_port": 8081, "proxy_port": 8000, "proxy_api_port": 8001}

@@ -57,7 +57,7 @@ def render_template(template: str, /, **values: object) -> str:
 
 def render_program(name: str, description: str, command: list[str], directory: str,
                    environment_vars: dict[str, str], log: str, user: str = "",
-                   startsecs: int = 2, stopwaitsecs: int = 30) -> str:
+                   startsecs: int = 5, stopwaitsecs: int = 30) -> str:
     """A supervisor [program:x] section. The command is a list, joined only after each part is checked."""
     for part in [name, *command, directory, log, user, *environment_vars, *environment_vars.values()]:
         _supervisor(part)
