@@ -49,6 +49,8 @@ SIZE = Checked(v.size, "size")
 SECONDS = Checked(v.duration, "seconds")
 RATE = Checked(v.rate, "rate")
 URL = Checked(v.url, "url")
+MEMORY = Checked(v.memory, "memory")
+CPUS = Checked(v.cpu, "cpus")
 
 
 class AbsPath(click.ParamType):
@@ -69,6 +71,19 @@ class AbsPath(click.ParamType):
 ABS_PATH = AbsPath()
 
 
+class InputFile(click.File):
+    """click.File for reading, but a name with control characters is a bad value, not a crash (NUL)."""
+
+    def __init__(self):
+        super().__init__("r")
+
+    def convert(self, value, param, ctx):
+        # Only opened, never written into a config: any printable name will do.
+        if isinstance(value, str) and not value.isprintable():
+            self.fail(f"{value!r}: control or invisible characters are not allowed in a file name", param, ctx)
+        return super().convert(value, param, ctx)
+
+
 def state_dir_option(f):
     @click.option("--state-dir", type=ABS_PATH, envvar="DEPLOYKIT_STATE_DIR", show_envvar=True,
                   help="The deployment's directory (its spec is DIR/deploykit.toml). Default: "
@@ -78,6 +93,9 @@ def state_dir_option(f):
     @click.option("--quiet", "-q", is_flag=True, help="Print only errors and the result.")
     @functools.wraps(f)
     def wrapper(*args, state_dir, root, quiet, **kwargs):
+        if state_dir is None and Path(root) != Path("/"):
+            # The whole system layout goes under --root, the state dir with it: never the host's.
+            state_dir = str(Path(root) / "var/lib/deploykit")
         return f(*args, state_dir=state_dir, root=Path(root), quiet=quiet, **kwargs)
 
     return wrapper
@@ -146,7 +164,7 @@ def cli():
 @click.option("--key", type=ABS_PATH, help="manual: private key (PEM).")
 @click.option("--base-url", type=BASE_URL, help="URL prefix, e.g. /jupyter/ (default /).")
 @click.option("--password-stdin", is_flag=True, help="Read the Notebook password from standard input.")
-@click.option("--password-file", type=click.File("r"), help="Read the Notebook password from this file.")
+@click.option("--password-file", type=InputFile(), help="Read the Notebook password from this file.")
 @click.option("--notebook-dir", type=ABS_PATH, help="Directory Jupyter serves (default STATE_DIR/notebooks).")
 @click.option("--upload-limit", type=SIZE, help="Largest upload, nginx size syntax (default 1g).")
 @click.option("--login-rate-limit", type=RATE, help="Login attempts per client, e.g. 10r/m.")
@@ -160,8 +178,8 @@ def cli():
 @click.option("--default-url", type=click.Choice(["/lab", "/tree"]), help="Page opened after login.")
 @click.option("--shared-password-stdin", is_flag=True, help="Hub, shared-password: read it from stdin.")
 @click.option("--spawner", type=click.Choice(["localprocess", "systemd", "docker"]), help="Hub: how user servers start.")
-@click.option("--mem-limit", help="Hub: per-user memory limit, e.g. 2G.")
-@click.option("--cpu-limit", type=float, help="Hub: per-user CPU limit, e.g. 1.5.")
+@click.option("--mem-limit", type=MEMORY, help="Hub: per-user memory limit, e.g. 2G.")
+@click.option("--cpu-limit", type=CPUS, help="Hub: per-user CPU limit, e.g. 1.5.")
 @click.option("--install-missing", is_flag=True, help="System target: install nginx/supervisor/certbot with apt.")
 @click.option("--dry-run", is_flag=True, help="Show the plan (diff and daemon actions); change nothing.")
 @click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation.")
@@ -332,9 +350,9 @@ def files(state_dir, root, quiet, as_json):
         click.echo(json.dumps(record, indent=1))
         return
     for f in record["files"]:
-        click.echo(f"{f['mode']} {f['kind']:<7} {f['path']}")
+        click.echo(f"{f['mode']} {f['kind']:<12} {f['path']}")
     for s in record["links"]:
-        click.echo(f"link {'':<7} {s['path']} -> {s['target']}")
+        click.echo(f"link {'':<12} {s['path']} -> {s['target']}")
 
 
 @cli.command()
@@ -373,6 +391,11 @@ def _register_optional_commands() -> None:
 _register_optional_commands()
 
 
+def one_line(text: str) -> str:
+    """Click quotes some values as given (file names): escape anything that would break the line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def main() -> None:
     # Everything deploykit creates is private unless a file says otherwise (0600/0700).
     os.umask(0o077)
@@ -381,7 +404,7 @@ def main() -> None:
     except click.UsageError as exc:
         # One line that names the bad value and what is allowed; the usage text is one --help away.
         where = f" (see: {exc.ctx.command_path} --help)" if exc.ctx else ""
-        click.echo(f"Error: {exc.format_message()}{where}", err=True)
+        click.echo(f"Error: {one_line(exc.format_message())}{where}", err=True)
         sys.exit(2)
     except click.Abort:
         click.echo("Aborted.", err=True)

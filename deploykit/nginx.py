@@ -34,6 +34,15 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
+def _stopped_accepting(pid: int) -> bool:
+    """An old worker gone, or closing its listening sockets (nginx retitles it first)."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return b"shutting down" in f.read() or not _pid_alive(pid)
+    except OSError:
+        return True
+
+
 def _children(pid: int) -> list[int]:
     try:
         with open(f"/proc/{pid}/task/{pid}/children") as f:
@@ -47,13 +56,22 @@ class Nginx:
         self.paths = paths
         self.binary = binary or "nginx"
 
+    @property
+    def error_log(self) -> Path:
+        """Where nginx says why it failed: the deployment's own log, or the distribution's."""
+        if self.paths.target == "local":
+            return self.paths.log("nginx-error")
+        return self.paths.root / "var/log/nginx/error.log"
+
     def argv(self, *extra: str) -> list[str]:
         p = self.paths
         if p.target == "local":
             return [self.binary, "-p", f"{p.nginx_prefix}/", "-c", str(p.nginx_main_conf),
                     "-e", str(p.log("nginx-error")), *extra]
         if p.root != Path("/"):
-            return [self.binary, "-p", f"{p.nginx_prefix}/", "-c", str(p.nginx_main_conf), *extra]
+            # -e: nginx logs to its built-in /var/log/nginx/error.log before it reads the config.
+            return [self.binary, "-p", f"{p.nginx_prefix}/", "-c", str(p.nginx_main_conf),
+                    "-e", str(self.error_log), *extra]
         return [self.binary, *extra]
 
     def _run(self, *extra: str, timeout: float = 30) -> subprocess.CompletedProcess:
@@ -103,10 +121,13 @@ class Nginx:
         while time.monotonic() < deadline:
             # The master starts new workers once it has read the new config.
             if set(self.probe_workers()) - before:
+                # Old workers still accept new connections (old config, old certificate) until they
+                # handle the master's QUIT; once they say "shutting down" only new workers accept.
+                while time.monotonic() < deadline and not all(_stopped_accepting(w) for w in before):
+                    time.sleep(0.02)
                 return
             time.sleep(0.02)
-        raise NginxError("nginx did not start new workers after the reload (see "
-                         f"{self.paths.log('nginx-error')})")
+        raise NginxError(f"nginx did not start new workers after the reload (see {self.error_log})")
 
     def apply_stop(self, timeout: float = 15) -> bool:
         pid = self.probe_pid()

@@ -10,6 +10,10 @@ import dataclasses
 from pathlib import Path
 
 
+# Secrets the Notebook's Jupyter itself reads (system target: root's files, group-readable).
+JUPYTER_READS = ("notebook-password.hash", "jupyter-cookie-secret")
+
+
 @dataclasses.dataclass(frozen=True)
 class Paths:
     target: str
@@ -50,6 +54,16 @@ class Paths:
         return self.state_dir / ".lock"
 
     @property
+    def shared_data_dir(self) -> Path:
+        """World-readable Jupyter data (kernelspecs) that every user's server reads in hub mode.
+
+        Outside the state dir, which is 0700: user servers run as other users.
+        """
+        if self.target == "system":
+            return self.root / "usr/local/share/deploykit"
+        return self.state_dir.parent / f"{self.state_dir.name}-shared"
+
+    @property
     def record(self) -> Path:
         """The record of every file deploykit wrote (deploykit files)."""
         return self.state_dir / "files.json"
@@ -66,6 +80,9 @@ class Paths:
         return self.log_dir / f"{name}.log"
 
     def secret(self, name: str) -> Path:
+        if self.target == "system" and name in JUPYTER_READS:
+            # Jupyter reads these as the service user, who cannot enter the 0700 state dir.
+            return self.jupyter_config_dir / name
         return self.secrets_dir / name
 
     def owned_dirs(self) -> list[Path]:
@@ -135,17 +152,20 @@ def system_paths(root: Path = Path("/"), state_dir: Path | None = None) -> Paths
         nginx_snippets=etc_nginx / "snippets" / "deploykit",
         nginx_main_snippet=etc_nginx / "modules-enabled" / "90-deploykit-main.conf",
         nginx_pid=r / "run/nginx.pid",
-        nginx_error_page_dir=s / "html",
+        # nginx's workers run as www-data and the state dir is 0700: what they serve lives outside it.
+        nginx_error_page_dir=r / "var/www/deploykit",
         supervisord_conf=r / "etc/supervisor/supervisord.conf",
         supervisor_programs=r / "etc/supervisor/conf.d",
         supervisor_socket=r / "run/supervisor.sock",
         supervisord_pid=r / "run/supervisord.pid",
         jupyter_config_dir=r / "etc/jupyter",
-        jupyter_data_dir=s / "jupyter-data",
-        jupyter_runtime_dir=r / "run/deploykit/jupyter",
+        # Jupyter runs as the service user and writes to both (nbsignatures.db, kernel connection
+        # files); not under /run, which is empty after a reboot when supervisord starts Jupyter.
+        jupyter_data_dir=r / "var/lib/jupyter/data",
+        jupyter_runtime_dir=r / "var/lib/jupyter/runtime",
         hub_dir=r / "etc/jupyterhub",
         tls_dir=s / "tls",
-        acme_webroot=s / "acme-webroot",
+        acme_webroot=r / "var/www/deploykit/acme",
         certbot_dir=r / "etc/letsencrypt",
         log_dir=r / "var/log/deploykit",
         run_dir=r / "run/deploykit",

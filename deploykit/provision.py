@@ -59,7 +59,7 @@ def require_spec(state_dir: Path) -> Spec:
     return spec
 
 
-def changes_from_flags(opts: dict) -> dict:
+def changes_from_flags(opts: dict, existing_mode: str | None = None) -> dict:
     changes: dict = {}
     for flag, (section, key) in FLAG_KEYS.items():
         value = opts.get(flag)
@@ -67,7 +67,8 @@ def changes_from_flags(opts: dict) -> dict:
             continue
         changes.setdefault(section, {})[key] = list(value) if isinstance(value, tuple) else value
     if opts.get("default_url"):
-        mode_section = "hub" if opts.get("mode") == "hub" else "notebook"
+        # --default-url belongs to the mode given now, else to the existing deployment's mode.
+        mode_section = "hub" if (opts.get("mode") or existing_mode) == "hub" else "notebook"
         changes.setdefault(mode_section, {})["default_url"] = opts["default_url"]
     return changes
 
@@ -80,7 +81,7 @@ def default_tls_mode(spec_raw: dict, target: str) -> str:
 
 
 def merged_spec(existing: Spec | None, opts: dict, running_as_root: bool) -> Spec:
-    changes = changes_from_flags(opts)
+    changes = changes_from_flags(opts, existing.deployment.mode if existing else None)
     base = existing.as_dict() if existing else {}
     raw = merge(base, changes)
     dep = raw.setdefault("deployment", {})
@@ -144,7 +145,14 @@ def build_desired(spec: Spec, paths: Paths, host: Host, password_hash: str | Non
                   spec_text: str | None = None) -> tuple[DesiredState, Materials]:
     """The desired state, the spec file included (as given, or as the operator left it on disk)."""
     materials = read_or_make_materials(spec, paths, password_hash)
-    desired = build_desired_state(spec, paths, host, materials)
+    static_dirs = ()
+    if spec.http.static_assets:
+        from deploykit.desired import jupyter_python
+        from deploykit.labassets import probe_static_dirs
+
+        # The system target's nginx workers run as www-data: only directories they can read.
+        static_dirs = probe_static_dirs(jupyter_python(spec, host), world_readable=paths.target == "system")
+    desired = build_desired_state(spec, paths, host, materials, static_dirs)
     if spec_text is None:
         spec_text = paths.spec.read_text()
     desired = dataclasses.replace(desired, files=(FileSpec(paths.spec, spec_text.encode(), 0o600, kind="spec"),
@@ -159,6 +167,7 @@ def check_target_supported(spec: Spec, host: Host, opts: dict | None = None) -> 
         except ModuleNotFoundError:
             raise BadInput("--target", "system", "not implemented yet; use --target local") from None
         check_system_target(spec, host, opts or {})
+        return  # nginx included; --install-missing may be about to install it
     if not host.nginx:
         raise BadInput("nginx", "", "not found on PATH; install it (apt-get install nginx-light)")
 
@@ -172,10 +181,22 @@ def run_provision(state_dir: str | None, root: Path, quiet: bool, opts: dict) ->
     state = check_state_dir(Path(state_dir) if state_dir else default_state_dir(target_hint))
     existing = read_spec(state)
     spec = merged_spec(existing, opts, host.is_root)
-    check_target_supported(spec, host, opts)
+    check_target_supported(spec, host, {**opts, "root": root})
+    if spec.tls.mode == "manual":
+        from deploykit.manualcert import check_manual_cert
+
+        check_manual_cert(spec)  # before the state dir exists: a bad certificate writes nothing
+    elif spec.tls.mode == "letsencrypt":
+        from deploykit.acme import check_acme_input
+
+        check_acme_input(spec)
     password, generated = obtain_password(opts, reporter)
     paths = paths_for(spec.deployment.target, state, root)
-    if spec.deployment.mode == "notebook" and password is None and not (paths.secrets_dir / "notebook-password.hash").exists():
+    if spec.deployment.target == "system":
+        from deploykit.system import with_system_defaults
+
+        spec = with_system_defaults(spec, paths)
+    if spec.deployment.mode == "notebook" and password is None and not paths.secret("notebook-password.hash").exists():
         password, generated = _ask_or_generate_password()
     hub_opts = {}
     if spec.deployment.mode == "hub":
@@ -188,7 +209,9 @@ def run_provision(state_dir: str | None, root: Path, quiet: bool, opts: dict) ->
 
     from deploykit import passwords
 
-    password_hash = passwords.hash_password(password) if password is not None else None
+    # The password it already has keeps its stored hash: a new salt would restart Jupyter for nothing.
+    same = password is not None and _password_unchanged(paths, password)
+    password_hash = passwords.hash_password(password) if password is not None and not same else None
     reporter.line(f"deploykit provision: {spec.deployment.domain} ({spec.deployment.mode} mode, "
                   f"{spec.deployment.target} target) in {state}")
     if opts.get("dry_run"):
@@ -202,6 +225,9 @@ def run_provision(state_dir: str | None, root: Path, quiet: bool, opts: dict) ->
         return
     prepare_state_dir(state)
     with deployment_lock(paths.lock, on_wait=reporter.line):
+        if read_spec(state) != existing:
+            raise OperationFailed(f"{paths.spec} changed while this run waited for another deploykit run; "
+                                  "this run changed nothing: run the command again")
         if spec.deployment.target == "system":
             from deploykit.system import ensure_system_prerequisites
 
@@ -226,6 +252,14 @@ def run_provision(state_dir: str | None, root: Path, quiet: bool, opts: dict) ->
 
             ensure_certificate(spec, paths, host, engine, reporter)
     _print_result(reporter, spec, paths, generated, password)
+
+
+def _password_unchanged(paths: Paths, password: str) -> bool:
+    from deploykit import passwords
+    from deploykit.materials import password_hash_path, read_bytes
+
+    stored = read_bytes(password_hash_path(paths))
+    return stored is not None and passwords.verify_password(stored.decode().strip(), password)
 
 
 def _desired_for_dry_run(spec, paths, host, password_hash, spec_text):
@@ -269,6 +303,10 @@ def load_deployment(state_dir: Path, root: Path) -> tuple[Spec, Paths, Host]:
 def run_reload(state_dir: Path, root: Path, quiet: bool, dry_run: bool) -> None:
     spec, paths, host = load_deployment(state_dir, root)
     check_ports_set(spec, paths.state_dir)
+    if spec.deployment.mode == "hub":
+        from deploykit.hub import check_hub_spec
+
+        check_hub_spec(spec, paths)
     reporter = Reporter(quiet)
     engine = Engine(paths, host, reporter)
     if dry_run:
@@ -277,6 +315,10 @@ def run_reload(state_dir: Path, root: Path, quiet: bool, dry_run: bool) -> None:
         click.echo(render_plan(plan), nl=False)
         return
     with deployment_lock(paths.lock, on_wait=reporter.line):
+        if read_spec(paths.state_dir) != spec:
+            # The run that held the lock changed the spec meanwhile: plan from the spec as it is now
+            # (the lock is re-entrant), never from the one read before waiting.
+            return run_reload(state_dir, root, quiet, dry_run)
         reporter.line(f"deploykit reload: {spec.deployment.domain} in {paths.state_dir}")
         with reporter.step("render") as out:
             desired, _ = build_desired(spec, paths, host)
@@ -294,6 +336,13 @@ def run_stop(state_dir: Path, root: Path, quiet: bool) -> None:
     reporter = Reporter(quiet)
     engine = Engine(paths, host, reporter)
     with deployment_lock(paths.lock, on_wait=reporter.line):
+        if spec.deployment.mode == "hub":
+            from deploykit.hub import apply_stop_user_servers
+
+            # The hub keeps users' servers across its own restarts, so stopping it would orphan them.
+            with reporter.step("user servers") as out:
+                stopped = apply_stop_user_servers(spec, paths)
+                out["text"] = f"stopped {len(stopped)}" if stopped else "none running"
         with reporter.step("supervisor") as out:
             if paths.target == "local":
                 out["text"] = "stopped supervisord and its programs" if engine.supervisor.apply_shutdown() else "was not running"
@@ -319,23 +368,31 @@ def run_rollback(state_dir: Path, root: Path, quiet: bool) -> None:
         if not done:
             raise OperationFailed(f"no checkpoint to roll back to in {paths.checkpoints}")
         cp = done[-1]
+        if cp.created(paths.spec):
+            raise OperationFailed(f"the last apply ({cp.dir.name}) created this deployment: there is no earlier "
+                                  "configuration to return to (`deploykit uninstall` removes the deployment)")
 
-        def programs_for(changed: set[Path]) -> list[str]:
-            restored_spec = read_spec(paths.state_dir) or spec
-            desired, _ = build_desired(restored_spec, paths, host)
-            return desired.programs_for(changed)
+        def current_desired() -> DesiredState:
+            # After cp.restore() the spec on disk is the earlier one: its programs and address count.
+            return build_desired(require_spec(paths.state_dir), paths, host)[0]
+
+        def verify() -> None:
+            if engine.nginx.probe_pid() is not None:
+                engine.verify(current_desired())
 
         with reporter.step("rollback") as out:
-            restored = restore_checkpoint(engine, cp, programs_for)
-            out["text"] = f"{len(restored)} file(s) restored from {cp.dir.name}"
-        restored_spec = require_spec(paths.state_dir)
-        desired, _ = build_desired(restored_spec, paths, host)
-        if engine.nginx.probe_pid() is not None:
-            with reporter.step("verify") as out:
-                out["text"] = engine.verify(desired)
+            restored = restore_checkpoint(engine, cp, lambda changed: current_desired().programs_for(changed), verify)
+            out["text"] = (f"{len(restored)} file(s) restored to before the {cp.note or 'apply'} "
+                           f"of {cp.dir.name}; verified")
+        reporter.always(f"ready: {current_desired().url}")
 
 
 def run_uninstall(state_dir: Path, root: Path, quiet: bool, remove_certs: bool, remove_data: bool, yes: bool) -> None:
+    """Remove every file in the record, and deploykit's own working state (checkpoints, which hold
+    copies of those files, run state, nginx's temp files); nothing else: the operator's files,
+    the notebooks (unless remove_data), the certificates (unless remove_certs) and the logs stay.
+    """
+    from deploykit.desired import notebook_dir
     from deploykit.record import read_record
 
     spec, paths, host = load_deployment(state_dir, root)
@@ -344,10 +401,12 @@ def run_uninstall(state_dir: Path, root: Path, quiet: bool, remove_certs: bool, 
     if not yes and sys.stdin.isatty():
         click.confirm(f"Remove the {len(record['files'])} files deploykit wrote for {spec.deployment.domain}?",
                       abort=True)
-    run_stop(paths.state_dir, root, quiet)
-    kept = []
+    kept: list[str] = []
     removed = 0
-    with deployment_lock(paths.lock):
+    notebooks = Path(notebook_dir(spec, paths))
+    with deployment_lock(paths.lock, on_wait=reporter.line):
+        record = read_record(paths.record)
+        run_stop(paths.state_dir, root, quiet)
         for link in record["links"]:
             removed += fsio.apply_remove(Path(link["path"]))
         for f in record["files"]:
@@ -355,18 +414,20 @@ def run_uninstall(state_dir: Path, root: Path, quiet: bool, remove_certs: bool, 
                 kept.append(f["path"])
                 continue
             removed += fsio.apply_remove(Path(f["path"]))
+        if paths.target != "local":
+            # The system's supervisord and nginx keep running (they serve others too): make them
+            # drop the programs and the site just removed.
+            try:
+                Engine(paths, host, reporter).resync(update=True, reload_nginx=True)
+            except OperationFailed as exc:
+                reporter.warn(str(exc))
         if remove_data:
-            from deploykit.desired import notebook_dir
-
-            shutil.rmtree(notebook_dir(spec, paths), ignore_errors=True)
-        # Directories deploykit made go too when empty (innermost first); logs and run state with them.
+            shutil.rmtree(notebooks, ignore_errors=True)
+        for d in (paths.checkpoints, paths.nginx_temp, paths.jupyter_runtime_dir, paths.run_dir):
+            shutil.rmtree(d, ignore_errors=True)
+        # Directories deploykit made go when empty, innermost first; never the notebook directory.
         for d in sorted((Path(x["path"]) for x in record["dirs"]), key=lambda p: len(p.parts), reverse=True):
-            if d == paths.state_dir:
-                continue
-            if d in {paths.log_dir, paths.run_dir, paths.checkpoints, paths.nginx_temp,
-                     paths.jupyter_runtime_dir}:
-                shutil.rmtree(d, ignore_errors=True)
-            else:
+            if d not in (paths.state_dir, notebooks):
                 _rmdir_if_empty(d)
     try:
         os.unlink(paths.lock)
@@ -376,6 +437,9 @@ def run_uninstall(state_dir: Path, root: Path, quiet: bool, remove_certs: bool, 
     _rmdir_if_empty(paths.state_dir / "supervisor")
     _rmdir_if_empty(paths.state_dir)
     reporter.always(f"removed {removed} file(s)" + (f"; kept {len(kept)} certificate file(s) (--remove-certs)" if kept else ""))
+    left = [str(d) for d in (paths.log_dir, None if remove_data else notebooks) if d is not None and d.exists()]
+    if left:
+        reporter.line("kept: " + ", ".join(left))
 
 
 def _rmdir_if_empty(d: Path) -> None:

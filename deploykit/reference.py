@@ -15,6 +15,7 @@ from pathlib import Path
 
 from deploykit.desired import build_desired_state
 from deploykit.host import Host
+from deploykit.labassets import StaticDir
 from deploykit.materials import Materials
 from deploykit.paths import system_paths
 from deploykit.spec import build_spec
@@ -23,6 +24,9 @@ DOMAIN = "jupyter.example.com"
 EXAMPLE_HASH = "argon2:$argon2id$v=19$m=10240,t=10,p=8$EXAMPLE-SALT$EXAMPLE-HASH-NOT-A-REAL-PASSWORD"
 HOST = Host(python="/opt/deploykit/venv/bin/python3", euid=0, user="root", home="/root", ipv6=True,
             nginx="/usr/sbin/nginx", systemd=True)
+# What labassets.probe_static_dirs finds in that environment: nginx serves these bundles itself.
+STATIC_DIRS = (StaticDir("lab", "/opt/deploykit/venv/share/jupyter/lab/static"),
+               StaticDir("notebook", "/opt/deploykit/venv/lib/python3.11/site-packages/notebook/static"))
 
 
 def example_spec():
@@ -42,7 +46,7 @@ def render_reference() -> dict[str, bytes]:
         secrets={paths.secret("notebook-password.hash"): (EXAMPLE_HASH + "\n").encode(),
                  paths.secret("jupyter-cookie-secret"): b"EXAMPLE\n"},
         cert_path=live / "fullchain.pem", key_path=live / "privkey.pem")
-    desired = build_desired_state(spec, paths, HOST, materials)
+    desired = build_desired_state(spec, paths, HOST, materials, STATIC_DIRS)
     out = {}
     for f in desired.files:
         if f.path.is_relative_to(paths.etc_nginx):

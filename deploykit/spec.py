@@ -34,6 +34,8 @@ SECTIONS: dict[str, dict[str, Key]] = {
         "target": Key(v.one_of("local", "system"), "local", "local: all under the state dir; system: /etc layout"),
         "user": Key(v.username, "jupyter", "system target: the service user Jupyter runs as (notebook mode)"),
         "python": Key(v.optional_path, "", "Python of the Jupyter environment ('' = deploykit's own)"),
+        "default_kernel_display_name": Key(v.optional_display_name, "",
+                                           "name shown for that environment's own kernel, python3 ('' = Jupyter's)"),
     },
     "http": {
         "http_port": Key(v.port, 80, "plain HTTP port (ACME challenges and the redirect to HTTPS)"),
@@ -82,6 +84,8 @@ KERNEL_KEYS: dict[str, Key] = {
     "name": Key(v.kernel_name, REQUIRED),
     "python": Key(v.abs_path, REQUIRED),
     "display_name": Key(v.display_name, REQUIRED),
+    # Web interfaces list kernels by display name; an order becomes a "N. " prefix there.
+    "order": Key(v.kernel_order, 0),
 }
 
 LOCAL_DEFAULTS = {"http": {"http_port": 8080, "https_port": 8443}}
@@ -195,8 +199,14 @@ def _build_kernel(source: str, index: int, raw: object) -> dict[str, Any]:
     out = {}
     for name, key in KERNEL_KEYS.items():
         if name not in raw:
-            raise BadInput(f"{source}: kernels[{index}].{name}", "", "required")
+            if key.default is REQUIRED:
+                raise BadInput(f"{source}: kernels[{index}].{name}", "", "required")
+            out[name] = key.default
+            continue
         out[name] = _check(f"{source}: kernels[{index}].{name}", key, raw[name])
+    if out["name"] == "python3":
+        raise BadInput(f"{source}: kernels[{index}].name", "python3", "is the deployment's own Python kernel; "
+                       "pick another name (rename that one with deployment.default_kernel_display_name)")
     return out
 
 
@@ -254,5 +264,6 @@ def dump_spec(spec: Spec) -> str:
             lines.append(f"{name} = {_toml_value(data[section][name])}")
     for kernel in data.get("kernels", []):
         lines += ["", "[[kernels]]"]
-        lines += [f"{name} = {_toml_value(kernel[name])}" for name in KERNEL_KEYS]
+        lines += [f"{name} = {_toml_value(kernel[name])}" for name, key in KERNEL_KEYS.items()
+                  if key.default is REQUIRED or kernel[name] != key.default]
     return "\n".join(lines) + "\n"

@@ -61,11 +61,19 @@ class Supervisor:
                 for i in infos}
 
     def apply_start(self, timeout: float = 20) -> None:
-        """Start this deployment's own supervisord (local target)."""
-        if self.paths.target != "local":
-            raise SupervisorError("supervisord is not running; start it with `service supervisor start`")
-        res = subprocess.run([self.python, "-m", "supervisor.supervisord", "-c", str(self.paths.supervisord_conf)],
-                             capture_output=True, text=True, timeout=60, cwd=str(self.paths.state_dir))
+        """Start this deployment's own supervisord (local target), or, for the system target under
+        --root, the distribution's supervisord with the config under the root, as its init script would."""
+        if self.paths.target != "local" and self.paths.root == Path("/"):
+            raise SupervisorError("supervisord is not running; start it with `service supervisor start` "
+                                  "(or `systemctl start supervisor`)")
+        if self.paths.target == "local":
+            argv, cwd, env = [self.python, "-m", "supervisor.supervisord"], self.paths.state_dir, None
+        else:
+            package = Path("/usr/bin/supervisord")
+            argv = [str(package)] if package.exists() else [self.python, "-m", "supervisor.supervisord"]
+            cwd, env = self.paths.root, {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
+        res = subprocess.run([*argv, "-c", str(self.paths.supervisord_conf)],
+                             capture_output=True, text=True, timeout=60, cwd=str(cwd), env=env)
         if res.returncode != 0:
             raise SupervisorError(f"supervisord did not start: {(res.stderr or res.stdout).strip()}")
         deadline = time.monotonic() + timeout
@@ -81,7 +89,19 @@ class Supervisor:
             added, changed, removed = self.rpc().supervisor.reloadConfig()[0]
         except xmlrpc.client.Fault as exc:
             raise SupervisorError(f"supervisor rejected the configuration: {exc.faultString}") from None
+        if self.paths.target == "system":
+            # The distribution's supervisord runs other people's programs too: their pending
+            # edits are theirs to apply, so deploykit's update touches only its own.
+            ours = self._ours()
+            added, changed, removed = ([n for n in names if ours(n)] for names in (added, changed, removed))
         return added, changed, removed
+
+    def _ours(self):
+        """Whether a program is deploykit's: its file is conf.d/deploykit-<name>.conf, or (once that
+        file is gone) the group supervisord still runs logs under deploykit's log dir."""
+        logs = {i["group"]: str(i.get("stdout_logfile") or "") for i in self.rpc().supervisor.getAllProcessInfo()}
+        prefix = str(self.paths.log_dir) + "/"
+        return lambda name: self.paths.program_conf(name).exists() or logs.get(name, "").startswith(prefix)
 
     def apply_update(self) -> list[str]:
         added, changed, removed = self.probe_reread()

@@ -23,7 +23,7 @@ def test_reference_covers_nginx_and_supervisor():
 
 def test_rendered_nginx_site_has_the_required_directives():
     site = render_reference()["nginx/sites-available/deploykit.conf"].decode()
-    for needle in ["listen 443 ssl http2;", "server_tokens off;", "ssl_certificate ",
+    for needle in ["listen 443 ssl http2 default_server;", "server_tokens off;", "ssl_certificate ",
                    "location ^~ /.well-known/acme-challenge/", "return 301 https://$host$request_uri;",
                    'add_header Strict-Transport-Security "max-age=63072000" always;',
                    "add_header X-Content-Type-Options nosniff always;", "add_header Referrer-Policy",
