@@ -5,8 +5,12 @@ supervisor's `environment=` would leave it in a config file and in `supervisorct
 a flag would show it in `ps`; so supervisor runs this launcher, which reads the token file,
 drops root for an unprivileged user if asked, and execs CHP with the token in its environment.
 
+/proc/PID/environ is readable by every process running as the same user: that user must be the
+proxy's own (deploykit-proxy, made by hub.ensure_proxy_account), never a shared one such as
+nobody, or any other process running as it could read the token.
+
 Usage (supervisor's command line):
-    python -m deploykit.chp --token-file FILE [--user nobody] -- CHP-ARGS...
+    python -m deploykit.chp --token-file FILE [--user deploykit-proxy] -- CHP-ARGS...
 """
 
 from __future__ import annotations
@@ -28,7 +32,11 @@ def read_token(path: str) -> str:
 
 
 def drop_privileges(user: str) -> None:
-    entry = pwd.getpwnam(user)
+    try:
+        entry = pwd.getpwnam(user)
+    except KeyError:
+        raise SystemExit(f"deploykit.chp: no user {user!r} to run the proxy as; "
+                         "`deploykit provision` creates it") from None
     os.setgroups([])
     os.setgid(entry.pw_gid)
     os.setuid(entry.pw_uid)

@@ -14,6 +14,7 @@ from deploykit.labassets import StaticDir, build_static_locations
 from deploykit.materials import Materials
 from deploykit.paths import Paths
 from deploykit.render import render_program, render_template
+from deploykit.spawners import SpawnerFacts
 from deploykit.spec import Spec
 from deploykit.tlsprofile import INTERMEDIATE
 
@@ -208,12 +209,14 @@ def build_supervisord_files(paths: Paths) -> list[FileSpec]:
 
 
 def build_desired_state(spec: Spec, paths: Paths, host: Host, materials: Materials,
-                        static_dirs: tuple[StaticDir, ...] = ()) -> DesiredState:
-    """static_dirs: the Jupyter environment's bundle directories (labassets.probe_static_dirs)."""
+                        static_dirs: tuple[StaticDir, ...] = (),
+                        spawner_facts: SpawnerFacts = SpawnerFacts()) -> DesiredState:
+    """static_dirs: the Jupyter environment's bundle directories (labassets.probe_static_dirs);
+    spawner_facts: what the hub's spawner needs to know (spawners.probe_spawner_facts)."""
     if spec.deployment.mode == "hub":
         from deploykit.hub import build_hub_files
 
-        app_files, programs, upstream_port, login_path = build_hub_files(spec, paths, host, materials)
+        app_files, programs, upstream_port, login_path = build_hub_files(spec, paths, host, materials, spawner_facts)
         verify_path = spec.http.base_url + "hub/api/"
     else:
         app_files, programs = build_notebook_files(spec, paths, host, materials)

@@ -157,11 +157,8 @@ def _auth_config(spec: Spec, secrets: ExportSecrets, override: str | None, notes
                            "(hub.admins) and no allowed users (hub.allowed_users)")
         # As deploykit's hub does: approval at sign-up is the gate, every approved user may log in.
         allow_all = True
-        # The same settings as templates/jupyterhub/jupyterhub_config.py.j2 gives it.
-        config["NativeAuthenticator"] = {"enable_signup": True, "open_signup": False,
-                                         "minimum_password_length": hub.NATIVE_MIN_PASSWORD,
-                                         "check_common_password": True, "allowed_failed_logins": 5,
-                                         "seconds_before_next_try": 60}
+        # The same settings as deploykit's own hub gives it.
+        config["NativeAuthenticator"] = dict(hub.NATIVE_AUTHENTICATOR_SETTINGS)
         notes.append(Note("hub.authenticator", "NativeAuthenticator's accounts and password hashes live in the hub's "
                           "database, which this file does not carry: users sign up again, and names in admin_users "
                           "and allowed_users are approved when they do, so sign up with those names before "

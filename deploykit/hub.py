@@ -10,13 +10,13 @@ made here but written by apply like every other file.
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import json
 import os
 import pwd
 import re
 import shutil
 import stat
+import subprocess
 import sys
 import time
 import urllib.error
@@ -25,10 +25,14 @@ from pathlib import Path
 
 from deploykit import passwords
 from deploykit.desired import DesiredState, FileSpec, Program, jupyter_python, public_url
-from deploykit.errors import BadInput
+from deploykit.errors import BadInput, OperationFailed
+from deploykit.host import Host, probe_host
 from deploykit.materials import read_bytes
 from deploykit.paths import Paths
 from deploykit.render import render_program, render_template
+from deploykit.spawners import (
+    SpawnerFacts, hub_address, probe_docker_gateway, probe_spawner_facts, render_spawner_config,
+)
 from deploykit.spec import Spec
 
 # JupyterHub's SharedPasswordAuthenticator refuses shorter ones (it checks at hub start).
@@ -38,7 +42,24 @@ NATIVE_MIN_PASSWORD = 8
 MIN_IDLE_TIMEOUT = 10              # shorter would cull servers while they are being used
 AUTHENTICATOR_CLASSES = {"pam": "pam", "native": "deploykit.nativeauth.NativeAuthenticator",
                          "shared-password": "shared-password"}
-CHP_USER = "nobody"
+# The proxy's auth token is in its environment (CHP reads it from nowhere else), and
+# /proc/PID/environ is readable by every process of the same uid: so the proxy gets a system
+# account of its own, never a shared one like nobody. Made by ensure_proxy_account.
+PROXY_USER = "deploykit-proxy"
+PROXY_USER_SHELL = "/usr/sbin/nologin"
+PROXY_USER_HOME = "/nonexistent"
+# How often the hub compares the proxy's routing table with the running servers and re-adds
+# what is missing (JupyterHub does it on each last-activity update): after the proxy restarts
+# with an empty table, users' servers are unreachable for at most this long.
+ROUTE_CHECK_INTERVAL = 10
+# NativeAuthenticator as deploykit configures it (export.py carries the same settings to Z2JH).
+NATIVE_AUTHENTICATOR_SETTINGS = {
+    # Anyone may sign up; an admin approves each account at hub/authorize before it can log in.
+    "enable_signup": True, "open_signup": False,
+    "minimum_password_length": NATIVE_MIN_PASSWORD, "check_common_password": True,
+    # Slows password guessing on one account down to a try a minute after 5 failures.
+    "allowed_failed_logins": 5, "seconds_before_next_try": 60,
+}
 # Hub names that make a valid jupyter-<name> account (system names: at most 32 characters).
 ACCOUNT_NAME_PATTERN = r"^[a-z0-9_][a-z0-9_-]{0,23}$"
 
@@ -51,6 +72,11 @@ def config_path(paths: Paths) -> Path:
 
 def data_dir(paths: Paths) -> Path:
     return paths.state_dir / "jupyterhub"
+
+
+def server_log_dir(paths: Paths) -> Path:
+    """Local user servers' output, one file per server (localspawner.LogFileSpawner)."""
+    return paths.log_dir / "user-servers"
 
 
 def cookie_secret_path(paths: Paths) -> Path:
@@ -85,14 +111,12 @@ def admin_password_wanted(spec: Spec) -> bool:
 
 
 def check_hub_spec(spec: Spec, paths: Paths, running_as_root: bool | None = None,
-                   shared_password_given: bool = False) -> None:
-    """Refuse a hub nobody could use; shared by provision (before anything is written) and reload."""
+                   shared_password_given: bool = False, host: Host | None = None) -> SpawnerFacts:
+    """Refuse a hub nobody could use, or one this machine cannot run; shared by provision (before
+    anything is written), reload and kernel changes. Returns what the spawner's config needs."""
     hub = spec.hub
     root = os.geteuid() == 0 if running_as_root is None else running_as_root
-    if hub.spawner != "localprocess":
-        if importlib.util.find_spec("deploykit.spawners") is None:
-            raise BadInput("--spawner", hub.spawner, "not available yet; use --spawner localprocess")
-    elif hub.mem_limit or hub.cpu_limit:
+    if hub.spawner == "localprocess" and (hub.mem_limit or hub.cpu_limit):
         flag, value = ("--mem-limit", hub.mem_limit) if hub.mem_limit else ("--cpu-limit", hub.cpu_limit)
         raise BadInput(flag, value, "the localprocess spawner cannot enforce limits; "
                                     "use --spawner systemd or docker, or drop the limit")
@@ -113,7 +137,8 @@ def check_hub_spec(spec: Spec, paths: Paths, running_as_root: bool | None = None
     if hub.authenticator == "shared-password" and not hub.allowed_users and not hub.allow_all:
         raise BadInput("--allow", "", "with the shared-password authenticator only admins could log in: "
                                       "name allowed users (--allow USER) or pass --allow-all")
-    if hub.authenticator == "pam" and hub.spawner == "localprocess":
+    if hub.authenticator == "pam" and hub.spawner in ("localprocess", "systemd"):
+        # Both run each server as the system account of the same name.
         for name in (*hub.admins, *hub.allowed_users):
             if name == "root":
                 raise BadInput("--admin" if name in hub.admins else "--allow", name,
@@ -135,6 +160,8 @@ def check_hub_spec(spec: Spec, paths: Paths, running_as_root: bool | None = None
                        "needs the password users log in with: pass --shared-password-stdin")
     if hub.spawner == "localprocess":
         check_user_environment(spec.deployment.python or sys.executable)
+    # Last: the machine itself (systemd as PID 1, the Docker engine and network).
+    return probe_spawner_facts(spec, host or probe_host())
 
 
 def _unreachable_dir(path: Path) -> Path | None:
@@ -206,6 +233,47 @@ def apply_hub_input(desired: DesiredState, paths: Paths, hub_opts: dict) -> Desi
     return dataclasses.replace(desired, files=files)
 
 
+# -- the proxy's own account ------------------------------------------------------------------
+
+def proxy_user(host: Host) -> str:
+    """Who the proxy runs as: its own account when deploykit is root, else deploykit's user."""
+    return PROXY_USER if host.is_root else ""
+
+
+def build_proxy_useradd_command() -> list[str]:
+    # No home, no shell, no password, a group of its own: nothing else ever runs as it.
+    return ["useradd", "--system", "--user-group", "--no-create-home", "--home-dir", PROXY_USER_HOME,
+            "--shell", PROXY_USER_SHELL, "--comment", "configurable-http-proxy (deploykit)", PROXY_USER]
+
+
+def ensure_proxy_account(host: Host, attempts: int = 20) -> str:
+    """Create the proxy's system account when missing; before the proxy starts. '' when not root."""
+    if not proxy_user(host):
+        return ""
+    argv = build_proxy_useradd_command()
+    created, error = False, ""
+    for _ in range(attempts):
+        try:
+            uid = pwd.getpwnam(PROXY_USER).pw_uid
+            return f"{PROXY_USER} {'created' if created else 'exists'} (uid {uid})"
+        except KeyError:
+            if created:
+                error = "useradd succeeded, yet the account is unknown"
+                break
+        try:
+            res = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.SubprocessError) as exc:
+            error = str(exc)
+            break
+        if res.returncode == 0:
+            created = True
+            continue
+        # Another run may hold the passwd lock, or have just made the account: look again shortly.
+        error = " ".join((res.stderr or res.stdout).split()) or f"exit {res.returncode}"
+        time.sleep(0.25)
+    raise OperationFailed(f"creating the proxy's user failed ({' '.join(argv)}): {error}")
+
+
 # -- secrets ----------------------------------------------------------------------------------
 
 def read_or_make_hub_secrets(spec: Spec, paths: Paths) -> dict[Path, bytes]:
@@ -260,16 +328,21 @@ def user_environment(spec: Spec, paths: Paths, host) -> dict[str, str]:
     return env
 
 
-def render_hub_config(spec: Spec, paths: Paths, host) -> str:
+def singleuser_cmd(spec: Spec, host: Host) -> list[str]:
+    """The user server's command, an absolute path first (systemd-run needs one)."""
+    return [jupyter_python(spec, host), "-m", "jupyterhub.singleuser"]
+
+
+def last_activity_interval(spec: Spec) -> int:
+    return min(activity_interval(spec), ROUTE_CHECK_INTERVAL)
+
+
+def render_hub_config(spec: Spec, paths: Paths, host: Host, facts: SpawnerFacts = SpawnerFacts()) -> str:
+    """facts: what spawners.probe_spawner_facts found (the Docker network's gateway)."""
     hub, internal, base = spec.hub, spec.internal, spec.http.base_url
     python = jupyter_python(spec, host)
-    spawner_config = ""
-    if hub.spawner != "localprocess":
-        try:
-            from deploykit.spawners import render_spawner_config
-        except ModuleNotFoundError:
-            raise BadInput("--spawner", hub.spawner, "not available yet; use --spawner localprocess") from None
-        spawner_config = render_spawner_config(spec, paths, host)
+    address = hub_address(spec, facts)
+    spawner_config = render_spawner_config(spec, paths, host, facts)
     culler = [host.python, "-m", "jupyterhub_idle_culler", f"--timeout={hub.idle_timeout}",
               f"--cull-every={cull_every(spec)}"]
     return render_template(
@@ -277,32 +350,37 @@ def render_hub_config(spec: Spec, paths: Paths, host) -> str:
         data_dir=str(data_dir(paths)), db_path=str(data_dir(paths) / "jupyterhub.sqlite"),
         cookie_secret_file=str(cookie_secret_path(paths)),
         bind_url=f"http://127.0.0.1:{internal.proxy_port}{base}",
-        hub_bind_url=f"http://127.0.0.1:{internal.hub_port}",
+        hub_bind_url=f"http://{address}:{internal.hub_port}",
+        # The proxy reaches the hub from this address; loopback too, which the hub's own
+        # requests (services, the culler) come from.
+        trusted_ips=list(dict.fromkeys(["127.0.0.1", address])),
         proxy_api_url=f"http://127.0.0.1:{internal.proxy_api_port}",
         proxy_token_file=str(proxy_token_path(paths)), service_token_file=str(service_token_path(paths)),
-        activity_interval=activity_interval(spec),
+        last_activity_interval=last_activity_interval(spec),
         authenticator=hub.authenticator, authenticator_class=AUTHENTICATOR_CLASSES[hub.authenticator],
         # Admins are listed as allowed too: JupyterHub lets in only allowed names otherwise.
         admins=sorted(hub.admins), allowed_users=sorted({*hub.admins, *hub.allowed_users}),
         # Native: its own sign-up approval is the gate, so JupyterHub lets every approved user in.
         allow_all=bool(hub.allow_all or hub.authenticator == "native"),
-        native_min_password=NATIVE_MIN_PASSWORD,
+        native_settings=NATIVE_AUTHENTICATOR_SETTINGS,
         shared_password_file=str(shared_password_path(paths)),
         admin_password_file=str(admin_password_path(paths)) if admin_password_wanted(spec) else "",
         idle_timeout=hub.idle_timeout, culler_command=culler,
         default_url=hub.default_url, spawner=hub.spawner, account_spawner=uses_accounts(spec),
         account_name_pattern=ACCOUNT_NAME_PATTERN,
         user_env_prefix=str(Path(python).parent.parent),
-        singleuser_cmd=[python, "-m", "jupyterhub.singleuser"],
+        singleuser_cmd=singleuser_cmd(spec, host), server_log_dir=str(server_log_dir(paths)),
         user_environment=user_environment(spec, paths, host),
         spawner_config=spawner_config,
     )
 
 
-def build_hub_files(spec: Spec, paths: Paths, host, materials) -> tuple[list[FileSpec], list[Program], int, str]:
+def build_hub_files(spec: Spec, paths: Paths, host: Host, materials,
+                    facts: SpawnerFacts = SpawnerFacts()) -> tuple[list[FileSpec], list[Program], int, str]:
     internal, base = spec.internal, spec.http.base_url
+    hub_url = f"http://{hub_address(spec, facts)}:{internal.hub_port}"
     config = config_path(paths)
-    files = [FileSpec(config, render_hub_config(spec, paths, host).encode(), mode=0o600)]
+    files = [FileSpec(config, render_hub_config(spec, paths, host, facts).encode(), mode=0o600)]
     hub_env = {"HOME": host.home, "USER": host.user, "PATH": host.program_path(host.python),
                "PYTHONUNBUFFERED": "1"}
     hub_conf = paths.program_conf("jupyterhub")
@@ -313,12 +391,11 @@ def build_hub_files(spec: Spec, paths: Paths, host, materials) -> tuple[list[Fil
     ).encode()))
     chp_conf = paths.program_conf("configurable-http-proxy")
     chp_cmd = [host.python, "-m", "deploykit.chp", "--token-file", str(proxy_token_path(paths))]
-    if host.is_root:
-        chp_cmd += ["--user", CHP_USER]
+    if proxy_user(host):
+        chp_cmd += ["--user", proxy_user(host)]
     chp_cmd += ["--", "--ip", "127.0.0.1", "--port", str(internal.proxy_port),
                 "--api-ip", "127.0.0.1", "--api-port", str(internal.proxy_api_port),
-                "--default-target", f"http://127.0.0.1:{internal.hub_port}",
-                "--error-target", f"http://127.0.0.1:{internal.hub_port}{base}hub/error",
+                "--default-target", hub_url, "--error-target", f"{hub_url}{base}hub/error",
                 "--log-level", "warn"]
     files.append(FileSpec(chp_conf, render_program(
         "configurable-http-proxy", "configurable-http-proxy (routes to the hub and users' servers)",
@@ -379,11 +456,22 @@ def describe_access(spec: Spec, paths: Paths) -> list[str]:
 
 # -- talking to the running hub ---------------------------------------------------------------
 
-def _hub_api(spec: Spec, paths: Paths, method: str, path: str, timeout: float = 10):
+def probe_hub_address(spec: Spec) -> str | None:
+    """Where the running hub listens (see spawners.hub_address); None: it cannot be running
+    (the Docker network it listens on is gone, or the engine is down)."""
+    if spec.hub.spawner != "docker":
+        return hub_address(spec, SpawnerFacts())
+    try:
+        return probe_docker_gateway(spec.hub.docker_network)
+    except BadInput:
+        return None
+
+
+def _hub_api(spec: Spec, paths: Paths, address: str, method: str, path: str, timeout: float = 10):
     token = (read_bytes(service_token_path(paths)) or b"").decode().strip()
-    url = f"http://127.0.0.1:{spec.internal.hub_port}{spec.http.base_url}hub/api/{path}"
+    url = f"http://{address}:{spec.internal.hub_port}{spec.http.base_url}hub/api/{path}"
     req = urllib.request.Request(url, method=method, headers={"Authorization": f"token {token}"})
-    # Loopback only and never through a proxy from the environment.
+    # This host only, and never through a proxy from the environment.
     opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     with opener.open(req, timeout=timeout) as res:
         body = res.read()
@@ -397,8 +485,11 @@ def apply_stop_user_servers(spec: Spec, paths: Paths, timeout: float = 60) -> li
     """
     if not spec.internal.hub_port or not service_token_path(paths).exists():
         return []
+    address = probe_hub_address(spec)
+    if address is None:
+        return []
     try:
-        _, users = _hub_api(spec, paths, "GET", "users?state=active")
+        _, users = _hub_api(spec, paths, address, "GET", "users?state=active")
     except (OSError, urllib.error.URLError, ValueError):
         return []
     stopping = []
@@ -406,14 +497,14 @@ def apply_stop_user_servers(spec: Spec, paths: Paths, timeout: float = 60) -> li
         for name in (user.get("servers") or {}):
             suffix = f"users/{user['name']}/servers/{name}" if name else f"users/{user['name']}/server"
             try:
-                _hub_api(spec, paths, "DELETE", suffix, timeout=timeout)
+                _hub_api(spec, paths, address, "DELETE", suffix, timeout=timeout)
                 stopping.append(user["name"])
             except (OSError, urllib.error.URLError, ValueError):
                 pass
     deadline = time.monotonic() + timeout
     while stopping and time.monotonic() < deadline:
         try:
-            _, users = _hub_api(spec, paths, "GET", "users?state=active")
+            _, users = _hub_api(spec, paths, address, "GET", "users?state=active")
         except (OSError, urllib.error.URLError, ValueError):
             break
         if not users:

@@ -1,4 +1,9 @@
-"""Hub side: a LocalProcessSpawner for hub users who are not system accounts.
+"""Hub side: LocalProcessSpawners that keep each server's output in a log file of its own, and
+one for hub users who are not system accounts.
+
+A local server inherits the hub's stdout and stderr otherwise: a pipe to supervisord, which
+goes away when the hub restarts. The server outlives the restart (cleanup_servers is off), but
+its next write, and every kernel it starts afterwards, meets a closed pipe (kernels die of it).
 
 With the native and shared-password authenticators a hub user is just a name, but a local
 process must run as some system account, and users must not share one (they could read each
@@ -10,9 +15,11 @@ Imported by JupyterHub (the hub runs from deploykit's own environment), never by
 
 from __future__ import annotations
 
+import os
 import pwd
 import re
 import subprocess
+from urllib.parse import quote
 
 from jupyterhub.spawner import LocalProcessSpawner
 from traitlets import Unicode
@@ -20,7 +27,31 @@ from traitlets import Unicode
 _ACCOUNT = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
 
 
-class AccountSpawner(LocalProcessSpawner):
+class LogFileSpawner(LocalProcessSpawner):
+    server_log_dir = Unicode("", config=True, help="Directory of the servers' log files (USER[-SERVER].log).")
+
+    def server_log_path(self) -> str:
+        # Escaped: a hub user name may hold characters a file name must not.
+        name = quote(self.user.name, safe="") + (f"-{quote(self.name, safe='')}" if self.name else "")
+        return os.path.join(self.server_log_dir, name + ".log")
+
+    async def start(self):
+        if not self.server_log_dir:
+            return await super().start()
+        os.makedirs(self.server_log_dir, mode=0o700, exist_ok=True)
+        # Root's file, appended to by the server through the descriptor it inherits: one per
+        # server, so no user can rewrite another's lines.
+        fd = os.open(self.server_log_path(), os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        given = self.popen_kwargs
+        self.popen_kwargs = {**given, "stdout": fd, "stderr": subprocess.STDOUT}
+        try:
+            return await super().start()
+        finally:
+            self.popen_kwargs = given
+            os.close(fd)
+
+
+class AccountSpawner(LogFileSpawner):
     account_prefix = Unicode("jupyter-", config=True, help="Prefix of the system account made for each hub user.")
 
     @property

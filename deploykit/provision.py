@@ -152,7 +152,11 @@ def build_desired(spec: Spec, paths: Paths, host: Host, password_hash: str | Non
 
         # The system target's nginx workers run as www-data: only directories they can read.
         static_dirs = probe_static_dirs(jupyter_python(spec, host), world_readable=paths.target == "system")
-    desired = build_desired_state(spec, paths, host, materials, static_dirs)
+    from deploykit.spawners import probe_spawner_facts
+
+    # The hub checks made the same probe before anything was written; this one renders.
+    spawner_facts = probe_spawner_facts(spec, host)
+    desired = build_desired_state(spec, paths, host, materials, static_dirs, spawner_facts)
     if spec_text is None:
         spec_text = paths.spec.read_text()
     desired = dataclasses.replace(desired, files=(FileSpec(paths.spec, spec_text.encode(), 0o600, kind="spec"),
@@ -232,6 +236,11 @@ def run_provision(state_dir: str | None, root: Path, quiet: bool, opts: dict) ->
             from deploykit.system import ensure_system_prerequisites
 
             ensure_system_prerequisites(spec, paths, host, opts, reporter)
+        if spec.deployment.mode == "hub" and host.is_root:
+            from deploykit.hub import ensure_proxy_account
+
+            with reporter.step("proxy user") as out:
+                out["text"] = ensure_proxy_account(host)
         with reporter.step("render") as out:
             desired, materials = build_desired(spec, paths, host, password_hash, spec_text)
             if hub_opts:
@@ -320,6 +329,11 @@ def run_reload(state_dir: Path, root: Path, quiet: bool, dry_run: bool) -> None:
             # (the lock is re-entrant), never from the one read before waiting.
             return run_reload(state_dir, root, quiet, dry_run)
         reporter.line(f"deploykit reload: {spec.deployment.domain} in {paths.state_dir}")
+        if spec.deployment.mode == "hub" and host.is_root:
+            from deploykit.hub import ensure_proxy_account
+
+            with reporter.step("proxy user") as out:
+                out["text"] = ensure_proxy_account(host)
         with reporter.step("render") as out:
             desired, _ = build_desired(spec, paths, host)
             desired, plan = engine.make_plan(desired)

@@ -100,29 +100,37 @@ def probe_docker_gateway(network: str) -> str:
                    f"recreate it with `docker network create --subnet 172.30.0.0/24 {network}` (any free subnet)")
 
 
+def hub_address(spec: Spec, facts: SpawnerFacts) -> str:
+    """The address the hub listens on: loopback, or, for containers, which cannot reach the host's
+    loopback, the host's address on their Docker network (its gateway)."""
+    if spec.deployment.mode != "hub" or spec.hub.spawner != "docker":
+        return "127.0.0.1"
+    if not facts.docker_gateway:
+        raise BadInput("hub.docker_network", spec.hub.docker_network,
+                       "the hub's address on this Docker network is unknown: is the Docker engine running, "
+                       f"and the network made (`docker network create {spec.hub.docker_network}`)?")
+    return facts.docker_gateway
+
+
 def render_spawner_config(spec: Spec, paths: Paths, host: Host, facts: SpawnerFacts = SpawnerFacts()) -> str:
     """Python statements for jupyterhub_config.py selecting and configuring spec.hub.spawner.
 
     '' for the local-process spawner, which deploykit.hub configures itself.
     """
-    from deploykit.desired import jupyter_python
-    from deploykit.hub import user_environment
+    from deploykit.hub import singleuser_cmd, user_environment
 
     hub = spec.hub
     limits = {"mem_limit": hub.mem_limit, "cpu_limit": hub.cpu_limit}
     if hub.spawner == "systemd":
-        return render_template("spawner/systemd.py.j2", cmd=[jupyter_python(spec, host), "-m", "jupyterhub.singleuser"],
+        return render_template("spawner/systemd.py.j2", cmd=singleuser_cmd(spec, host),
                                environment=user_environment(spec, paths, host), **limits)
     if hub.spawner == "docker":
-        if not facts.docker_gateway:
-            raise BadInput("hub.docker_network", hub.docker_network,
-                           "the hub's address on this Docker network is unknown: is the Docker engine running, "
-                           f"and the network made (`docker network create {hub.docker_network}`)?")
+        gateway = hub_address(spec, facts)
         if not spec.internal.hub_port:
             raise BadInput("internal.hub_port", 0, "is picked by `deploykit provision`; run it, or set a port")
         return render_template(
             "spawner/docker.py.j2", image=hub.docker_image, network=hub.docker_network,
-            gateway=facts.docker_gateway, hub_url=f"http://{facts.docker_gateway}:{spec.internal.hub_port}",
+            gateway=gateway, hub_url=f"http://{gateway}:{spec.internal.hub_port}",
             notebook_dir=DOCKER_NOTEBOOK_DIR, volumes={DOCKER_VOLUME: DOCKER_NOTEBOOK_DIR},
             environment=docker_environment(spec), **limits)
     return ""

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import stat
 from pathlib import Path
 
 import pytest
+from deploykit.host import probe_host
 from support import (
     dk, hub_api, hub_execute, hub_login, hub_open_server, hub_server, hub_spawn, hub_start_kernel,
     make_system_user, processes_mentioning, provision_hub, remove_system_user, tree_snapshot, user_headers,
@@ -161,6 +163,44 @@ def test_restarting_the_hub_leaves_user_servers_running(hub, sessions):
     assert hub_execute(s, hub, name, kernel, "kept + 1") == "42"
     assert (hub_server(s, hub, name) or {}).get("ready")
     assert hub_execute(s, hub, name, kernel, "import os; print(os.getppid())") == server_pid
+    # A kernel started now works too: the server's output never went through the old hub's
+    # stdout (a pipe that closed with it), but to its own log file.
+    fresh = hub_start_kernel(s, hub, name)
+    assert hub_execute(s, hub, name, fresh, "6 * 7", timeout=30) == "42"
+    log = hub.state_dir / "logs" / "user-servers" / f"{name}.log"
+    assert stat.S_IMODE(log.stat().st_mode) == 0o600 and log.stat().st_uid == 0
+    assert b"jupyterhub.singleuser" in log.read_bytes() or b"ServerApp" in log.read_bytes()
+
+
+def test_restarting_the_proxy_brings_routes_to_running_servers_back(hub, sessions):
+    """A restarted configurable-http-proxy starts with an empty routing table and the hub (which
+    did not start it) is not told: the hub's periodic route check re-adds the routes."""
+    from deploykit.paths import local_paths
+    from deploykit.supervisor import Supervisor
+
+    name, s = sessions["user"]
+    hub_spawn(s, hub, name)
+    hub_open_server(s, hub, name)
+    kernel = hub_start_kernel(s, hub, name)
+    hub_execute(s, hub, name, kernel, "kept_across_proxy = 6; print(kept_across_proxy)")
+    hub_log = hub.state_dir / "logs" / "jupyterhub.log"
+    readded = f"Adding missing route for /user/{name}/"
+    readded_before = hub_log.read_text().count(readded)
+    sup = Supervisor(local_paths(hub.state_dir))
+    before = sup.probe_programs()
+    sup.apply_restart("configurable-http-proxy")
+    after = wait_until(lambda: (p := sup.probe_programs())["configurable-http-proxy"]["state"] == "RUNNING" and p,
+                       timeout=60, what="the proxy to run again")
+    assert after["configurable-http-proxy"]["pid"] != before["configurable-http-proxy"]["pid"]
+    assert after["jupyterhub"]["pid"] == before["jupyterhub"]["pid"]
+    # Without its route the request reaches the hub (the proxy's default target), which only
+    # redirects; with it, the user's server answers. Bounded: the hub checks every 10 s.
+    wait_until(lambda: s.get(hub.url(f"user/{name}/api/status"), allow_redirects=False).status_code == 200,
+               timeout=60, interval=0.5, what=f"the proxy's route to {name}'s server to come back")
+    # The hub put it back (the restarted proxy had an empty table).
+    assert hub_log.read_text().count(readded) > readded_before
+    assert hub_execute(s, hub, name, kernel, "kept_across_proxy + 1") == "7"
+    assert (hub_server(s, hub, name) or {}).get("ready")
 
 
 def test_secrets_are_0600_and_the_proxy_token_never_on_a_command_line(hub):
@@ -193,7 +233,13 @@ def test_proxy_runs_unprivileged_on_loopback(hub):
     pid = mine[0].split(":")[0]
     uid = next(line.split()[1] for line in Path(f"/proc/{pid}/status").read_text().splitlines()
                if line.startswith("Uid:"))
-    assert uid == str(__import__("pwd").getpwnam("nobody").pw_uid)
+    # Its own account (its environment holds the proxy's token): nothing else runs as it.
+    account = pwd.getpwnam("deploykit-proxy")
+    assert uid == str(account.pw_uid)
+    assert account.pw_shell == "/usr/sbin/nologin" and account.pw_gid != pwd.getpwnam("nobody").pw_gid
+    for line in processes_of_uid(account.pw_uid):
+        # (or its launcher, between dropping root and exec)
+        assert "configurable-http-proxy" in line or "deploykit.chp" in line, line
     assert "--ip 127.0.0.1" in mine[0] and "--api-ip 127.0.0.1" in mine[0]
 
 
@@ -255,9 +301,25 @@ def test_short_shared_password_exits_2_without_echoing_it(tmp_path):
     assert not state.exists()
 
 
+def processes_of_uid(uid: int) -> list[str]:
+    found = []
+    for pid_dir in Path("/proc").iterdir():
+        try:
+            status = (pid_dir / "status").read_text()
+            cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        uids = next((line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")), [])
+        if str(uid) in uids:
+            found.append(f"{pid_dir.name}: {cmd}")
+    return found
+
+
 @pytest.mark.parametrize("args", [
     ["--authenticator", "ldap"],
     ["--admin", "Bad Name"],
+    pytest.param(["--spawner", "systemd"], marks=pytest.mark.skipif(
+        probe_host().systemd, reason="this machine can run the systemd spawner")),
     ["--allow", "dktnosuchuser0"],
     ["--authenticator", "shared-password", "--allow-all", "--shared-password-stdin"],
     ["--idle-timeout", "1"],
