@@ -155,7 +155,9 @@ def build_nginx_files(spec: Spec, paths: Paths, host: Host, materials: Materials
     return files
 
 
-def build_notebook_files(spec: Spec, paths: Paths, host: Host, materials: Materials) -> tuple[list[FileSpec], list[Program]]:
+def build_notebook_files(spec: Spec, paths: Paths, host: Host, materials: Materials,
+                         account=None) -> tuple[list[FileSpec], list[Program]]:
+    """account: the system target's service user (system.ServiceAccount), looked up at the edge."""
     from deploykit.kernels import kernel_search_path
 
     python = jupyter_python(spec, host)
@@ -184,10 +186,7 @@ def build_notebook_files(spec: Spec, paths: Paths, host: Host, materials: Materi
     }
     run_as = ""
     if paths.target == "system":
-        from deploykit.system import read_service_account
-
         # The system target's Jupyter runs as the service user, never as root.
-        account = read_service_account(spec, paths)
         run_as = account.name
         env.update(account.environment())
     conf = paths.program_conf("jupyter")
@@ -210,16 +209,18 @@ def build_supervisord_files(paths: Paths) -> list[FileSpec]:
 
 def build_desired_state(spec: Spec, paths: Paths, host: Host, materials: Materials,
                         static_dirs: tuple[StaticDir, ...] = (),
-                        spawner_facts: SpawnerFacts = SpawnerFacts()) -> DesiredState:
+                        spawner_facts: SpawnerFacts = SpawnerFacts(), account=None) -> DesiredState:
     """static_dirs: the Jupyter environment's bundle directories (labassets.probe_static_dirs);
-    spawner_facts: what the hub's spawner needs to know (spawners.probe_spawner_facts)."""
+    spawner_facts: what the hub's spawner needs to know (spawners.probe_spawner_facts);
+    account: the system target's service user (system.read_service_account). All are facts
+    gathered at the edge, so this stays pure."""
     if spec.deployment.mode == "hub":
         from deploykit.hub import build_hub_files
 
         app_files, programs, upstream_port, login_path = build_hub_files(spec, paths, host, materials, spawner_facts)
         verify_path = spec.http.base_url + "hub/api/"
     else:
-        app_files, programs = build_notebook_files(spec, paths, host, materials)
+        app_files, programs = build_notebook_files(spec, paths, host, materials, account)
         upstream_port, login_path = spec.internal.jupyter_port, spec.http.base_url + "login"
         verify_path = spec.http.base_url + "api"
     nginx_files = build_nginx_files(spec, paths, host, materials, upstream_port, login_path, static_dirs)
@@ -251,5 +252,5 @@ def build_desired_state(spec: Spec, paths: Paths, host: Host, materials: Materia
     if paths.target == "system":
         from deploykit.system import build_system_state
 
-        desired = build_system_state(desired, spec, paths, host)
+        desired = build_system_state(desired, spec, paths, host, account)
     return desired

@@ -156,7 +156,12 @@ def build_desired(spec: Spec, paths: Paths, host: Host, password_hash: str | Non
 
     # The hub checks made the same probe before anything was written; this one renders.
     spawner_facts = probe_spawner_facts(spec, host)
-    desired = build_desired_state(spec, paths, host, materials, static_dirs, spawner_facts)
+    account = None
+    if paths.target == "system":
+        from deploykit.system import read_service_account
+
+        account = read_service_account(spec, paths)
+    desired = build_desired_state(spec, paths, host, materials, static_dirs, spawner_facts, account)
     if spec_text is None:
         spec_text = paths.spec.read_text()
     desired = dataclasses.replace(desired, files=(FileSpec(paths.spec, spec_text.encode(), 0o600, kind="spec"),

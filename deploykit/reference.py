@@ -46,7 +46,10 @@ def render_reference() -> dict[str, bytes]:
         secrets={paths.secret("notebook-password.hash"): (EXAMPLE_HASH + "\n").encode(),
                  paths.secret("jupyter-cookie-secret"): b"EXAMPLE\n"},
         cert_path=live / "fullchain.pem", key_path=live / "privkey.pem")
-    desired = build_desired_state(spec, paths, HOST, materials, STATIC_DIRS)
+    from deploykit.system import ServiceAccount
+
+    account = ServiceAccount("jupyter", Path("/home/jupyter"), "jupyter", None)
+    desired = build_desired_state(spec, paths, HOST, materials, STATIC_DIRS, account=account)
     out = {}
     for f in desired.files:
         if f.path.is_relative_to(paths.etc_nginx):

@@ -476,10 +476,11 @@ def build_dropin_mounts(spec: Spec, paths: Paths, host: Host, account: ServiceAc
     return [str(p) for p in dict.fromkeys(wanted)]
 
 
-def build_system_state(desired: DesiredState, spec: Spec, paths: Paths, host: Host) -> DesiredState:
+def build_system_state(desired: DesiredState, spec: Spec, paths: Paths, host: Host,
+                       account: ServiceAccount | None) -> DesiredState:
     """Owners and modes for a server where Jupyter runs as the service user and nginx's workers as
     www-data, and (with systemd) the drop-in that orders supervisord after Jupyter's mounts."""
-    account = read_service_account(spec, paths) if spec.deployment.mode == "notebook" else None
+    account = account if spec.deployment.mode == "notebook" else None
     # nginx's workers read the pages and challenges, the service user reads /etc/jupyter.
     pages = [f.path.parent for f in desired.files if f.kind == "page"]
     readable = {paths.nginx_error_page_dir, paths.acme_webroot, paths.jupyter_config_dir, paths.nginx_snippets, *pages}

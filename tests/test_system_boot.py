@@ -31,7 +31,7 @@ def system_files_for_a_systemd_host(root: Path, tls: dict) -> dict[Path, bytes]:
     from deploykit.materials import read_or_make_materials
     from deploykit.paths import system_paths
     from deploykit.spec import build_spec
-    from deploykit.system import with_system_defaults
+    from deploykit.system import read_service_account, with_system_defaults
 
     paths = system_paths(root)
     spec = build_spec({"deployment": {"domain": "jupyter.example.com", "target": "system", "user": "jupyter"},
@@ -39,7 +39,7 @@ def system_files_for_a_systemd_host(root: Path, tls: dict) -> dict[Path, bytes]:
     spec = with_system_defaults(spec, paths)
     host = dataclasses.replace(probe_host(), systemd=True)
     materials = read_or_make_materials(spec, paths, "argon2:$argon2id$v=19$m=10240,t=10,p=8$x$y")
-    desired = build_desired_state(spec, paths, host, materials)
+    desired = build_desired_state(spec, paths, host, materials, account=read_service_account(spec, paths))
     return {f.path: f.content for f in desired.files}
 
 
@@ -82,12 +82,14 @@ def test_no_systemd_files_without_systemd(tmp_path):
     from deploykit.materials import read_or_make_materials
     from deploykit.paths import system_paths
     from deploykit.spec import build_spec
+    from deploykit.system import read_service_account
 
     paths = system_paths(tmp_path)
     spec = build_spec({"deployment": {"domain": "jupyter.test", "target": "system"},
                        "internal": {"jupyter_port": 18888}})
     host = dataclasses.replace(probe_host(), systemd=False)
-    desired = build_desired_state(spec, paths, host, read_or_make_materials(spec, paths, "argon2:x"))
+    desired = build_desired_state(spec, paths, host, read_or_make_materials(spec, paths, "argon2:x"),
+                                  account=read_service_account(spec, paths))
     assert not [f.path for f in desired.files if f.path.is_relative_to(tmp_path / "etc/systemd")]
 
 
