@@ -239,6 +239,10 @@ def build_desired_state(spec: Spec, paths: Paths, host: Host, materials: Materia
     dirs = [DirSpec(d) for d in paths.owned_dirs()]
     dirs.append(DirSpec(Path(notebook_dir(spec, paths)), mode=0o700))
     dirs += build_kernel_dirs(spec, paths)
+    if spec.deployment.mode == "hub":
+        # The user servers' shared config and kernels: other users read them, so 0755 all the way.
+        dirs += [DirSpec(paths.shared_data_dir, 0o755), DirSpec(paths.shared_data_dir / "config", 0o755)]
+    dirs = list({d.path: d for d in dirs[::-1]}.values())[::-1]  # one entry per path, the first wins
     symlinks = ()
     if paths.nginx_site_link is not None:
         symlinks = (Symlink(paths.nginx_site_link, paths.nginx_site),)

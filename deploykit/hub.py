@@ -317,9 +317,19 @@ def cull_every(spec: Spec) -> int:
     return max(2, min(300, spec.hub.idle_timeout // 4))
 
 
+def user_server_config_dir(paths: Paths) -> Path:
+    """Config every user's server reads (world-readable, outside the 0700 state dir)."""
+    return paths.shared_data_dir / "config"
+
+
+def build_user_server_config(paths: Paths) -> FileSpec:
+    return FileSpec(user_server_config_dir(paths) / "jupyter_server_config.py",
+                    render_template("jupyter/user_server_config.py.j2").encode(), mode=0o644)
+
+
 def user_environment(spec: Spec, paths: Paths, host) -> dict[str, str]:
     python = jupyter_python(spec, host)
-    env = {"PATH": host.program_path(python)}
+    env = {"PATH": host.program_path(python), "JUPYTER_CONFIG_PATH": str(user_server_config_dir(paths))}
     jupyter_path = user_jupyter_path(spec, paths)
     if jupyter_path:
         env["JUPYTER_PATH"] = ":".join(jupyter_path)
@@ -410,6 +420,8 @@ def build_hub_files(spec: Spec, paths: Paths, host: Host, materials,
         Program("configurable-http-proxy", chp_conf, depends_on=(proxy_token_path(paths),)),
         Program("jupyterhub", hub_conf, depends_on=(config, *secrets)),
     ]
+    # Read by user servers when they start: a change reaches each server at its next start.
+    files.append(build_user_server_config(paths))
     return files, programs, internal.proxy_port, base + "hub/login"
 
 
