@@ -315,6 +315,12 @@ def analysis(r: dict) -> list[str]:
                 "Linux), direct and behind any proxy alike. Measured separately on this machine: about 48 ms "
                 "p50 without it and 4 ms with `set_nodelay(True)` on the handler. nginx's own hop to the browser "
                 "has `tcp_nodelay` on by default.")
+        else:
+            out.append(
+                "- The round trip is short because deploykit's generated Jupyter config (Notebook and every hub "
+                "user's server) turns on `TCP_NODELAY` for kernel WebSockets: Jupyter Server leaves Nagle's "
+                "algorithm on, and each reply's second small frame then waits for the peer's delayed ACK "
+                "(about 48 ms per round trip on this machine before the change).")
     h = r.get("help")
     if h and h["median_seconds"] >= HELP_MAX_S:
         imports = h.get("slowest_imports_ms", {})
