@@ -6,7 +6,7 @@ import os
 import signal
 
 import pytest
-from support import dk, execute, login, processes_mentioning, provision, start_kernel, tree_snapshot, wait_until
+from support import dk, execute, kill_leftovers, login, processes_mentioning, provision, start_kernel, tree_snapshot, wait_until
 
 pytestmark = pytest.mark.real
 
@@ -69,13 +69,17 @@ def test_base_url_works_for_api_and_kernels(tmp_path):
 
 def test_stop_leaves_no_process_behind(tmp_path):
     dep, _ = provision(tmp_path / "state")
-    assert processes_mentioning(str(dep.state_dir))
-    s, _ = login(dep)
-    start_kernel(s, dep)  # a kernel is a grandchild; it must go too
-    res = dep.dk("stop")
-    assert res.returncode == 0, res.stderr
-    assert wait_until(lambda: not processes_mentioning(str(dep.state_dir)), timeout=30, what="processes to exit")
-    assert not processes_mentioning(str(dep.state_dir / "jupyter"))
+    try:
+        assert processes_mentioning(str(dep.state_dir))
+        s, _ = login(dep)
+        start_kernel(s, dep)  # a kernel is a grandchild; it must go too
+        res = dep.dk("stop")
+        assert res.returncode == 0, res.stderr
+        assert wait_until(lambda: not processes_mentioning(str(dep.state_dir)), timeout=30,
+                          what="processes to exit")
+        assert not processes_mentioning(str(dep.state_dir / "jupyter"))
+    finally:
+        kill_leftovers(dep.state_dir)  # only matters when an assertion above failed
 
 
 def test_generated_password_is_printed_once_and_only_its_hash_is_stored(tmp_path):
