@@ -16,10 +16,22 @@ from pathlib import Path
 
 import click
 
-from deploykit import kernels as k
 from deploykit import validate as v
 from deploykit.cli import ABS_PATH, Checked, find_state_dir, run_guarded, state_dir_option
 from deploykit.errors import BadInput
+
+
+class _OnFirstUse:
+    """deploykit.kernels, imported when a kernel command runs: it pulls in Jinja2 and
+    cryptography, which `deploykit --help` must not pay for."""
+
+    def __getattr__(self, name):
+        from deploykit import kernels
+
+        return getattr(kernels, name)
+
+
+k = _OnFirstUse()
 
 KERNEL_NAME = Checked(v.kernel_name, "kernel name")
 DISPLAY_NAME = Checked(v.display_name, "display name")

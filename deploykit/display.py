@@ -27,7 +27,7 @@ class Reporter:
         outcome = {"text": "ok"}
         try:
             yield outcome
-        except BaseException as exc:
+        except BaseException:
             self.line(f"  {name:<10} failed ({time.monotonic() - start:.2f} s)")
             raise
         self.line(f"  {name:<10} {outcome['text']} ({time.monotonic() - start:.2f} s)")
