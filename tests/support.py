@@ -427,9 +427,14 @@ def user_processes(name: str) -> list[str]:
     import pwd
 
     try:
-        uid = str(pwd.getpwnam(name).pw_uid)
+        uid = pwd.getpwnam(name).pw_uid
     except KeyError:
         return []
+    return processes_of_uid(uid)
+
+
+def processes_of_uid(uid: int) -> list[str]:
+    """'pid: command line' of every live (not zombie) process whose uids include uid."""
     found = []
     for pid_dir in Path("/proc").iterdir():
         if not pid_dir.name.isdigit():
@@ -441,7 +446,7 @@ def user_processes(name: str) -> list[str]:
             continue
         uids = next((line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")), [])
         state = next((line.split()[1] for line in status.splitlines() if line.startswith("State:")), "")
-        if uid in uids and state != "Z":
+        if str(uid) in uids and state != "Z":
             found.append(f"{pid_dir.name}: {cmd}")
     return found
 

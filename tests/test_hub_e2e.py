@@ -16,8 +16,8 @@ import pytest
 from deploykit.host import probe_host
 from support import (
     dk, hub_api, hub_execute, hub_login, hub_open_server, hub_server, hub_spawn, hub_start_kernel,
-    make_system_user, processes_mentioning, provision_hub, remove_system_user, tree_snapshot, user_headers,
-    user_processes, wait_until,
+    make_system_user, processes_mentioning, processes_of_uid, provision_hub, remove_system_user, tree_snapshot,
+    user_headers, user_processes, wait_until,
 )
 
 pytestmark = [pytest.mark.real,
@@ -299,20 +299,6 @@ def test_short_shared_password_exits_2_without_echoing_it(tmp_path):
     assert "--shared-password-stdin" in res.stderr and "8 characters" in res.stderr
     assert "s3cr3t" not in res.stderr + res.stdout
     assert not state.exists()
-
-
-def processes_of_uid(uid: int) -> list[str]:
-    found = []
-    for pid_dir in Path("/proc").iterdir():
-        try:
-            status = (pid_dir / "status").read_text()
-            cmd = (pid_dir / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        uids = next((line.split()[1:] for line in status.splitlines() if line.startswith("Uid:")), [])
-        if str(uid) in uids:
-            found.append(f"{pid_dir.name}: {cmd}")
-    return found
 
 
 @pytest.mark.parametrize("args", [
